@@ -3,4 +3,4 @@
 from intent_pipeline.cli import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
