@@ -317,3 +317,12 @@ def test_train_failure_is_one_line(fake_kedro_run, kedro_project_dir, capsys):
     assert main(["train", "--project-dir", str(kedro_project_dir)]) == 1
     assert_one_line_error(capsys.readouterr().err,
                           "the pipeline failed: RuntimeError: gate failed under --strict")
+
+
+def test_strict_adds_the_evaluation_parameter_to_kedro_params():
+    from intent_pipeline.cli import _with_strict_evaluation
+
+    assert _with_strict_evaluation([]) == ["--params", "evaluation.strict=true"]
+    assert _with_strict_evaluation(["--params", "training.seed=1", "--pipeline", "x"]) == [
+        "--params", "training.seed=1,evaluation.strict=true", "--pipeline", "x"]
+    assert _with_strict_evaluation(["--params=a=1"]) == ["--params=a=1,evaluation.strict=true"]

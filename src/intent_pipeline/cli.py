@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "e.g. `intent-pipeline train --pipelines training --params training.seed=1`.",
     )
     train.add_argument("--project-dir", type=Path, help="the Kedro project root (default: found from here)")
+    train.add_argument("--strict", action="store_true",
+                       help="fail (exit 1) when no candidate passes the evaluation gates")
     train.set_defaults(handler=_train)
 
     serve = commands.add_parser("serve", parents=[common], help="serve the classifier over HTTP")
@@ -183,8 +185,18 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_strict_evaluation(kedro_args: list[str]) -> list[str]:
+    """Add `evaluation.strict=true` to the `--params` of a kedro run command line (merging an existing one)."""
+    for i, arg in enumerate(kedro_args):
+        if arg == "--params" and i + 1 < len(kedro_args):
+            return [*kedro_args[:i + 1], f"{kedro_args[i + 1]},evaluation.strict=true", *kedro_args[i + 2:]]
+        if arg.startswith("--params="):
+            return [*kedro_args[:i], f"{arg},evaluation.strict=true", *kedro_args[i + 1:]]
+    return [*kedro_args, "--params", "evaluation.strict=true"]
+
+
 def _train(args: argparse.Namespace) -> int:
-    kedro_args = list(args.kedro_args)
+    kedro_args = _with_strict_evaluation(list(args.kedro_args)) if args.strict else list(args.kedro_args)
     _export_tracking_uri(args)
     project_dir = (args.project_dir or find_project_root()).resolve()
     try:
