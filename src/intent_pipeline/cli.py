@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import click
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
@@ -24,6 +26,11 @@ DEFAULT_LABELING_STORE_URL = "sqlite:///labeling.db"
 
 class CommandFailed(Exception):
     """An expected failure of a command; main() prints its one-line message and exits 1."""
+
+
+@click.group(name="intent_pipeline")
+def cli() -> None:
+    """Kedro imports `<package>.cli:cli` for project commands; ours are in the `intent-pipeline` command."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,6 @@
 """Serving fixtures: app settings on a tiny model, and a cheap isolated MLflow registry.
 
-Creating a fresh MLflow sqlite database runs every migration (~6 s here), so the session makes one empty
-database once and each test copies it (milliseconds) and logs into its own experiment under tmp_path.
+Each registry is a copy of the session's migrated empty MLflow database (tests/conftest.py: migrated_mlflow_db).
 """
 
 from __future__ import annotations
@@ -33,23 +32,8 @@ def make_settings(tmp_path) -> Callable[..., Any]:
     return build
 
 
-@pytest.fixture(scope="session")
-def empty_mlflow_db(tmp_path_factory) -> Path:
-    """An MLflow sqlite database with every table created, to be copied by each test."""
-    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    directory = tmp_path_factory.mktemp("mlflow_template")
-    uri = f"sqlite:///{directory / 'mlflow.db'}"
-    tracking = SqlAlchemyStore(uri, (directory / "mlruns").as_uri())
-    registry = RegistryStore(uri)
-    for store in (tracking, registry):
-        store.engine.dispose()
-    return directory / "mlflow.db"
-
-
 @pytest.fixture()
-def registry(tmp_path, monkeypatch, empty_mlflow_db) -> Iterator[Registry]:
+def registry(tmp_path, monkeypatch, migrated_mlflow_db) -> Iterator[Registry]:
     """A fresh registry (MLFLOW_TRACKING_URI set, cwd in tmp_path); mlflow's global URIs reset after."""
     import mlflow
 
@@ -58,7 +42,7 @@ def registry(tmp_path, monkeypatch, empty_mlflow_db) -> Iterator[Registry]:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
     registry = Registry(uri=uri, root=root)
-    registry.create(empty_mlflow_db)
+    registry.create(migrated_mlflow_db)
     yield registry
     while mlflow.active_run():
         mlflow.end_run()
@@ -68,7 +52,7 @@ def registry(tmp_path, monkeypatch, empty_mlflow_db) -> Iterator[Registry]:
 
 @pytest.fixture()
 def late_registry(
-    tmp_path, monkeypatch, empty_mlflow_db
+    tmp_path, monkeypatch, migrated_mlflow_db
 ) -> Iterator[tuple[Registry, Path, Callable[[], None]]]:
     """(registry, served_uri_dir, connect): the served path cannot be opened until `connect()` is called.
 
@@ -94,7 +78,7 @@ def late_registry(
         os.replace(link, served)
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{served / 'mlflow.db'}")
-    yield registry, empty_mlflow_db, connect
+    yield registry, migrated_mlflow_db, connect
     while mlflow.active_run():
         mlflow.end_run()
     mlflow.set_tracking_uri(None)
