@@ -1,6 +1,6 @@
 """Serving fixtures: app settings on a tiny model, and a cheap isolated MLflow registry.
 
-Each registry is a copy of the session's migrated empty MLflow database (tests/conftest.py: migrated_mlflow_db).
+Each registry is a copy of the session's migrated empty MLflow database (migrated_mlflow_db).
 """
 
 from __future__ import annotations

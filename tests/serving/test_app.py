@@ -333,7 +333,7 @@ def tiny_bert_classifier(tiny_bert_dir):
 @pytest.mark.parametrize(("mode", "tolerance"), [("onnx", 1e-4), ("onnx-int8", 0.05)])
 def test_onnx_copy_predicts_what_the_model_predicts(tiny_bert_classifier, mode, tolerance):
     pytest.importorskip("onnxruntime", reason="acceleration needs onnxruntime (a base dependency)")
-    from intent_pipeline.serving.holder import accelerate
+    from intent_pipeline.serving.acceleration import accelerate
 
     texts = ["ciao", "quanto pago di IVA su 1200 euro?", "cos'è il regime forfettario? " * 5, "x"]
     fast, used = accelerate(tiny_bert_classifier, mode, threads=1)
@@ -353,30 +353,31 @@ def test_the_default_server_runs_the_onnx_copy(shared_client):
 
 
 def test_a_failed_export_serves_the_original_model(tiny_bert_classifier, monkeypatch):
-    from intent_pipeline.serving import holder
+    from intent_pipeline.serving import acceleration
 
     def broken_export(*args, **kwargs):
         raise RuntimeError("Unsupported ONNX opset")
 
-    monkeypatch.setattr(holder, "_onnx_copy", broken_export)
-    assert holder.accelerate(tiny_bert_classifier, "onnx-int8", threads=1) == (tiny_bert_classifier, "none")
+    monkeypatch.setattr(acceleration, "_onnx_copy", broken_export)
+    served = acceleration.accelerate(tiny_bert_classifier, "onnx-int8", threads=1)
+    assert served == (tiny_bert_classifier, "none")
 
 
 def test_a_copy_that_disagrees_with_the_model_is_not_served(tiny_bert_classifier, monkeypatch):
     import numpy as np
 
-    from intent_pipeline.serving import holder
+    from intent_pipeline.serving import acceleration
 
     class WrongCopy:
         def predict_proba(self, texts):
             return np.tile([1.0, 0.0, 0.0], (len(texts), 1))
 
-    monkeypatch.setattr(holder, "_onnx_copy", lambda *args, **kwargs: WrongCopy())
-    assert holder.accelerate(tiny_bert_classifier, "onnx", threads=1) == (tiny_bert_classifier, "none")
+    monkeypatch.setattr(acceleration, "_onnx_copy", lambda *args, **kwargs: WrongCopy())
+    assert acceleration.accelerate(tiny_bert_classifier, "onnx", threads=1) == (tiny_bert_classifier, "none")
 
 
 def test_other_kinds_are_served_as_loaded(tiny_examples):
-    from intent_pipeline.serving.holder import accelerate
+    from intent_pipeline.serving.acceleration import accelerate
 
     linear = linear_classifier(tiny_examples)
     assert accelerate(linear, "onnx-int8", threads=1) == (linear, "none")

@@ -14,40 +14,20 @@ import dataclasses
 import logging
 import math
 import re
-import tempfile
-import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from intent_pipeline.classifier import IntentClassifier
+from intent_pipeline.serving.acceleration import WARMUP_TEXTS, accelerate, describe_error
 from intent_pipeline.serving.metrics import ServingMetrics
 from intent_pipeline.serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
 
 THRESHOLD_TAG = "low_confidence_threshold"
-WARMUP_TEXTS = ("ciao", "quanto pago di IVA su una fattura di 1200 euro?")
-# Compared between the exported and the original model before an accelerated model may serve.
-PROBE_TEXTS = (
-    *WARMUP_TEXTS,
-    "cos'è il regime forfettario?",
-    "calcola l'IRPEF su 35.000 euro di reddito",
-    "buongiorno, vorrei sapere se posso detrarre le spese mediche sostenute per un familiare a "
-    "carico anche se non convivente, e con quali documenti",
-    "TFR",
-)
-# Encoders whose ONNX export ONNX Runtime's BERT optimizer knows how to fuse.
-FUSABLE_MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
-# Largest probability difference accepted against the original model (int8 weights move scores a little).
-ACCELERATION_TOLERANCE = {"onnx": 1e-3, "onnx-int8": 0.05}
 _REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
 
 
@@ -170,10 +150,6 @@ def _mdeberta_hint(source: str) -> str:
         "zero-shot version (`intent-pipeline rollback --to zero-shot`)"
     )
 
-
-def _describe_error(error: BaseException) -> str:
-    text = f"{type(error).__name__}: {error}".strip()
-    return text if len(text) <= 2000 else text[:1999] + "…"
 
 
 class ModelHolder:
@@ -358,7 +334,7 @@ class ModelHolder:
         self.reload_failures += 1
         self.metrics.reloads.labels("failure").inc()
         what = f"version {target.version} of {target.name}" if target.version else target.load_uri
-        message = f"loading {what} failed: {_describe_error(error)}"
+        message = f"loading {what} failed: {describe_error(error)}"
         if self.mode == "hf":
             message += _mdeberta_hint(target.load_uri)
         serving = self.current
@@ -383,7 +359,7 @@ class ModelHolder:
                 f"no registered model named '{self.registered_name}' at {where} "
                 "(train one: `intent-pipeline train`)"
             )
-        return f"registry {where} unreachable: {_describe_error(error)}"
+        return f"registry {where} unreachable: {describe_error(error)}"
 
     # -- blocking work (runs in threads) -------------------------------------------------------------------
     def _get_client(self) -> Any:
@@ -543,229 +519,3 @@ def _point_mlflow_at(uri: str) -> None:
         mlflow.set_tracking_uri(uri)
     if mlflow.get_registry_uri() != uri:
         mlflow.set_registry_uri(uri)
-
-
-# -- acceleration -------------------------------------------------------------------------------------------
-# A fine-tuned transformer spends a single query mostly in PyTorch's per-operator overhead and fp32 matmuls.
-# ONNX Runtime runs the same graph with fused kernels (MiniLM, 1 thread: 12 ms -> 5 ms, same probabilities
-# within 1e-5); int8 weights (dynamic quantisation) cut it to ~2.4 ms but changed 5% of the intents of the
-# benchmark model on real queries, hence opt-in. A copy serves only after matching the original on
-# PROBE_TEXTS; a few probes catch a broken export, not a small accuracy loss: check int8 with evaluation.
-
-
-class OnnxSequenceClassifier(IntentClassifier):
-    """A fine-tuned classifier exported to ONNX and run by ONNX Runtime; same labels, same `predict`."""
-
-    kind = "fine_tuned"
-
-    def __init__(
-        self,
-        session: Any,
-        tokenizer: Any,
-        input_names: list[str],
-        *,
-        labels: list[str],
-        descriptions: dict[str, str] | None,
-        metadata: dict[str, Any] | None,
-        max_length: int,
-        batch_size: int,
-    ) -> None:
-        super().__init__(labels, descriptions, metadata)
-        self.session = session
-        self.tokenizer = tokenizer
-        self.input_names = input_names
-        self.max_length = max_length
-        self.batch_size = batch_size
-
-    def predict_proba(self, texts: Any) -> np.ndarray:
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        probabilities = np.zeros((len(texts), len(self.labels)), dtype=np.float64)
-        order = np.argsort([len(text) for text in texts], kind="stable")  # similar lengths pad little
-        for start in range(0, len(texts), self.batch_size):
-            indices = order[start : start + self.batch_size]
-            encoded = self.tokenizer(
-                [texts[i] for i in indices],
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="np",
-            )
-            feed = {name: encoded[name].astype(np.int64) for name in self.input_names}
-            logits = self.session.run(None, feed)[0].astype(np.float64)
-            logits -= logits.max(axis=1, keepdims=True)
-            exponentials = np.exp(logits)
-            probabilities[indices] = exponentials / exponentials.sum(axis=1, keepdims=True)
-        return probabilities
-
-    def _save_model(self, directory: Path) -> None:
-        raise NotImplementedError("an accelerated serving copy is not saved; save the original classifier")
-
-    @classmethod
-    def _load_saved(cls, directory: Path, manifest: dict[str, Any], device: str) -> IntentClassifier:
-        raise NotImplementedError("an accelerated serving copy is built by accelerate(), not loaded")
-
-
-def accelerate(classifier: Any, mode: str, threads: int | None) -> tuple[Any, str]:
-    """(classifier to serve, acceleration): an ONNX copy of a fine-tuned model that matches it, else it."""
-    if (
-        mode == "none"
-        or getattr(classifier, "kind", None) != "fine_tuned"
-        or not hasattr(classifier, "model")
-    ):
-        return classifier, "none"
-    if getattr(classifier, "device", "cpu") != "cpu":
-        return classifier, "none"  # on a GPU PyTorch is the fast path
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        logger.warning("acceleration %r needs onnxruntime (not installed): serving with PyTorch", mode)
-        return classifier, "none"
-    try:
-        fast = _onnx_copy(classifier, quantize=mode == "onnx-int8", threads=threads)
-        difference = float(
-            np.abs(fast.predict_proba(PROBE_TEXTS) - classifier.predict_proba(PROBE_TEXTS)).max()
-        )
-    except Exception as error:  # noqa: BLE001 - an export problem must not stop a good model from serving
-        logger.warning(
-            "ONNX export of the %s model failed, serving with PyTorch: %s",
-            classifier.kind,
-            _describe_error(error),
-        )
-        return classifier, "none"
-    if difference > ACCELERATION_TOLERANCE[mode]:
-        logger.warning(
-            "the %s copy differs from the model by %.4f (> %.4f) on the probe texts: serving with PyTorch",
-            mode,
-            difference,
-            ACCELERATION_TOLERANCE[mode],
-        )
-        return classifier, "none"
-    logger.info(
-        "serving through ONNX Runtime (%s); largest probability difference on the probes %.5f",
-        mode,
-        difference,
-    )
-    return fast, mode
-
-
-def _onnx_copy(classifier: Any, *, quantize: bool, threads: int | None) -> OnnxSequenceClassifier:
-    """Export `classifier.model` to ONNX (int8 weights when `quantize`) and open it with ONNX Runtime."""
-    import onnxruntime
-    import torch
-
-    tokenizer = classifier.tokenizer
-    names = [
-        name
-        for name in getattr(tokenizer, "model_input_names", ["input_ids", "attention_mask"])
-        if name in ("input_ids", "attention_mask", "token_type_ids")
-    ]
-
-    class _Logits(torch.nn.Module):
-        """Positional inputs in `names` order -> logits (the exporter traces positional arguments)."""
-
-        def __init__(self, inner: Any) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *inputs: Any) -> Any:
-            return self.inner(**dict(zip(names, inputs, strict=True))).logits
-
-    sample = tokenizer(list(WARMUP_TEXTS), padding=True, return_tensors="pt")
-    model = classifier.model
-    fusable = getattr(model.config, "model_type", None) in FUSABLE_MODEL_TYPES
-    with tempfile.TemporaryDirectory(prefix="intent-onnx-") as temporary:
-        path = Path(temporary) / "model.onnx"
-        with (
-            warnings.catch_warnings(),
-            torch.inference_mode(False),
-            torch.no_grad(),
-            _eager_attention(model, fusable),
-        ):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                _Logits(model).eval(),
-                tuple(sample[name] for name in names),
-                str(path),
-                input_names=names,
-                output_names=["logits"],
-                opset_version=17,
-                dynamo=False,
-                dynamic_axes={
-                    **{name: {0: "batch", 1: "sequence"} for name in names},
-                    "logits": {0: "batch"},
-                },
-            )
-        if fusable:
-            path = _fuse_transformer_ops(path, model.config)
-        if quantize:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            quantized = Path(temporary) / "model.int8.onnx"
-            root = logging.getLogger()
-            root.addFilter(_quiet_quantizer)  # one INFO line per tensor and advice, via the root logger
-            try:
-                quantize_dynamic(
-                    str(path),
-                    str(quantized),
-                    weight_type=QuantType.QInt8,
-                    per_channel=True,
-                    extra_options={"DefaultTensorType": 1},
-                )  # 1 = FLOAT, for fused ops
-            finally:
-                root.removeFilter(_quiet_quantizer)
-            path = quantized
-        options = onnxruntime.SessionOptions()
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        # Idle ORT threads spin by default, burning cores that other processes (and the tokenizer) need.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return OnnxSequenceClassifier(
-        session,
-        tokenizer,
-        names,
-        labels=list(classifier.labels),
-        descriptions=classifier.descriptions,
-        metadata=classifier.metadata,
-        max_length=int(getattr(classifier, "max_length", 512)),
-        batch_size=int(getattr(classifier, "batch_size", 32)),
-    )
-
-
-@contextmanager
-def _eager_attention(model: Any, wanted: bool) -> Iterator[None]:
-    """Export with eager attention: ONNX Runtime fuses its pattern into one Attention op (not SDPA's)."""
-    previous = getattr(model.config, "_attn_implementation", None)
-    switch = wanted and previous not in (None, "eager") and hasattr(model, "set_attn_implementation")
-    if switch:
-        model.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        if switch:
-            model.set_attn_implementation(previous)
-
-
-def _fuse_transformer_ops(path: Path, config: Any) -> Path:
-    """ONNX Runtime's BERT fusions (attention, skip-layer-norm, bias-GELU); the plain export if they fail."""
-    try:
-        from onnxruntime.transformers.optimizer import optimize_model
-
-        optimized = optimize_model(
-            str(path),
-            model_type="bert",
-            num_heads=int(config.num_attention_heads),
-            hidden_size=int(config.hidden_size),
-            opt_level=1,
-        )
-        fused = path.with_name("model.fused.onnx")
-        optimized.save_model_to_file(str(fused))
-        return fused
-    except Exception as error:  # noqa: BLE001 - the unfused graph is still correct, just slower
-        logger.warning("ONNX Runtime fusions failed, serving the plain export: %s", _describe_error(error))
-        return path
-
-
-def _quiet_quantizer(record: logging.LogRecord) -> bool:
-    return not (record.levelno < logging.ERROR and "onnxruntime" in record.pathname)
