@@ -9,8 +9,7 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
-from intent_pipeline.pipelines.data_engineering import create_pipeline
-from intent_pipeline.pipelines.data_engineering import nodes
+from intent_pipeline.pipelines.data_engineering import create_pipeline, nodes
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 BUNDLED = Path(__file__).resolve().parents[2] / "data" / "01_raw" / "intent_labels.jsonl"
