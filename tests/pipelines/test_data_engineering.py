@@ -113,6 +113,18 @@ def test_split_is_stratified_seeded_and_independent_of_input_order(tiny_examples
     assert sorted(r["text"] for r in other_seed[2]) != sorted(r["text"] for r in test)
 
 
+def test_new_rows_barely_move_the_previous_split(tiny_examples):
+    before = nodes.split_examples(tiny_examples, params())
+    added = [{"text": f"nuova domanda numero {i}", "label": "calculator"} for i in range(3)]
+    after = nodes.split_examples(tiny_examples + added, params())
+    old_train = {r["text"] for r in before[0]}
+    new_test = {r["text"] for r in after[2]}
+    # Only boundary rows of the calculator label may move; a shuffled re-split would move about a third.
+    assert len(old_train & new_test) <= 1
+    assert {r["text"] for r in before[2] if r["label"] != "calculator"} == {
+        r["text"] for r in after[2] if r["label"] != "calculator"}
+
+
 def test_split_fractions_must_leave_training_rows():
     with pytest.raises(ValueError, match="must be < 1"):
         nodes.split_examples([], params(split={"val_fraction": 0.5, "test_fraction": 0.5, "seed": 1}))

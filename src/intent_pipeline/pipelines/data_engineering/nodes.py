@@ -198,28 +198,38 @@ def check_examples_per_label(intent_examples: list[dict[str, Any]], intent_label
             "labels_below_minimum": below}
 
 
+def _split_rank(text: str, seed: int) -> str:
+    """A seeded pseudo-random sort key of a text that does not depend on the other rows."""
+    return hashlib.sha256(f"{seed}:{dedup_key(text)}".encode()).hexdigest()
+
+
 def split_examples(intent_examples: list[dict[str, Any]], params: dict[str, Any]
                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Stratified, seeded train/val/test split: each label is shuffled and cut by the configured fractions."""
+    """Stratified, seeded train/val/test split, stable when new exports add rows.
+
+    Each label's rows are ordered by a seeded hash of their text and cut by the configured fractions. A row's
+    place does not depend on the other rows, so adding an export moves at most a boundary row or two of the
+    previous split: the model now in production was not trained on the new test split, and the regression
+    gate compares it fairly.
+    """
     split = DataEngineeringParams.model_validate(params).split
     by_label: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in intent_examples:
         by_label[row["label"]].append(row)
-    rng = random.Random(split.seed)
     train, val, test = [], [], []
     for label in sorted(by_label):
-        rows = sorted(by_label[label], key=lambda r: dedup_key(r["text"]))  # input order must not matter
-        rng.shuffle(rows)
+        rows = sorted(by_label[label], key=lambda r: _split_rank(r["text"], split.seed))
         n_test = round(len(rows) * split.test_fraction) if len(rows) >= 3 else 0
         n_val = round(len(rows) * split.val_fraction) if len(rows) - n_test >= 2 else 0
         test += rows[:n_test]
         val += rows[n_test:n_test + n_val]
         train += rows[n_test + n_val:]
-    # Rows leave without the bookkeeping fields; provenance stays in the data report.
-    clean = [[{k: v for k, v in row.items() if not k.startswith("_")} for row in part] for part in (train, val, test)]
-    for part in clean:
+    # Rows leave without the bookkeeping fields; provenance stays in the data report. Labels are interleaved.
+    rng = random.Random(split.seed)
+    parts = [[{k: v for k, v in row.items() if not k.startswith("_")} for row in part] for part in (train, val, test)]
+    for part in parts:
         rng.shuffle(part)
-    return clean[0], clean[1], clean[2]
+    return parts[0], parts[1], parts[2]
 
 
 def data_version(train: list[dict], val: list[dict], test: list[dict]) -> str:
