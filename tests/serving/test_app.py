@@ -376,6 +376,30 @@ def test_a_copy_that_disagrees_with_the_model_is_not_served(tiny_bert_classifier
     assert acceleration.accelerate(tiny_bert_classifier, "onnx", threads=1) == (tiny_bert_classifier, "none")
 
 
+@pytest.mark.parametrize(("mode", "change", "served"), [
+    ("onnx", "sharpen", "none"),            # fp32 must match the probabilities to 1e-3
+    ("onnx-int8", "sharpen", "onnx-int8"),  # int8 may move scores (here by up to 0.05), keeping every intent
+    ("onnx-int8", "flip", "none"),          # but not change an intent
+])
+def test_a_copy_is_served_only_when_it_keeps_the_intents(tiny_bert_classifier, monkeypatch, mode, change, served):
+    import numpy as np
+
+    from intent_pipeline.serving import acceleration
+
+    class ChangedCopy:
+        """The model's probabilities, sharpened towards the best label or moved onto the worst one."""
+
+        def predict_proba(self, texts):
+            probabilities = tiny_bert_classifier.predict_proba(texts)
+            target = probabilities.argmax(axis=1) if change == "sharpen" else probabilities.argmin(axis=1)
+            one_hot = np.eye(probabilities.shape[1])[target]
+            weight = 0.05 if change == "sharpen" else 1.0
+            return (1 - weight) * probabilities + weight * one_hot
+
+    monkeypatch.setattr(acceleration, "_onnx_copy", lambda *args, **kwargs: ChangedCopy())
+    assert acceleration.accelerate(tiny_bert_classifier, mode, threads=1)[1] == served
+
+
 def test_other_kinds_are_served_as_loaded(tiny_examples):
     from intent_pipeline.serving.acceleration import accelerate
 
