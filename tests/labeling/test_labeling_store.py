@@ -19,8 +19,8 @@ from intent_pipeline.labeling.store import (
     ItemNotFound,
     LabelingStore,
     SchemaTooNewError,
-    normalise_text,
 )
+from intent_pipeline.text import normalise_text
 
 
 def test_capture_dedups_by_normalised_text_and_counts(store):
@@ -191,11 +191,12 @@ def test_a_database_newer_than_the_code_refuses_to_open(store_url, store):
         LabelingStore(store_url)
 
 
-def test_normalisation_matches_data_engineering():
-    """Capture dedup and training dedup must agree on what 'the same text' is."""
-    nodes = pytest.importorskip("intent_pipeline.pipelines.data_engineering.nodes")
-    for sample in ["  Ciao\u00a0\u00a0mondo\n", "perche\u0301", "a\tb\r\nc", "\u2003x\u2009y "]:
-        assert normalise_text(sample) == nodes.normalise_text(sample)
+def test_capture_dedups_texts_the_way_training_does(store):
+    """Capture and training must agree on 'the same text': NFC, whitespace and case."""
+    store.record_captures([record("  Perche\u0301\u00a0 NO\n"), record("perch\u00e9 no")])
+    page = store.queue(limit=10, offset=0, order="frequency")
+    assert page.total == 1 and page.items[0]["count"] == 2
+    assert page.items[0]["text"] == normalise_text("  Perche\u0301\u00a0 NO\n")
 
 
 def test_last_seen_never_moves_back_when_an_older_capture_arrives_late(store):

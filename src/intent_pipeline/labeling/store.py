@@ -30,7 +30,6 @@ import hashlib
 import json
 import logging
 import math
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,6 +63,8 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.expression import Executable
 from sqlalchemy.types import TypeDecorator
 
+from intent_pipeline.text import dedup_key, normalise_text
+
 if TYPE_CHECKING:
     from intent_pipeline.labeling.capture import CaptureRecord
 
@@ -76,14 +77,9 @@ _MIGRATION_LOCK_KEY = 0x1AB3_11E6  # any constant: the advisory lock id of label
 _SQLITE_BUSY_TIMEOUT_S = 30  # writers wait for each other instead of failing with "database is locked"
 
 
-def normalise_text(text: str) -> str:
-    """Unicode NFC, whitespace runs collapsed to one space, ends stripped (the data_engineering rule)."""
-    return " ".join(unicodedata.normalize("NFC", text).split())
-
-
 def text_key_hash(text: str) -> str:
     """The identity of a text: sha256 of its normalised, casefolded form (fixed width, indexable anywhere)."""
-    return hashlib.sha256(normalise_text(text).casefold().encode("utf-8")).hexdigest()
+    return hashlib.sha256(dedup_key(text).encode("utf-8")).hexdigest()
 
 
 def utcnow() -> datetime:

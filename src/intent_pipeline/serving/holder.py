@@ -24,6 +24,7 @@ from typing import Any
 from intent_pipeline.serving.acceleration import WARMUP_TEXTS, accelerate, describe_error
 from intent_pipeline.serving.metrics import ServingMetrics
 from intent_pipeline.serving.settings import ServingSettings
+from intent_pipeline.text import normalise_text
 
 logger = logging.getLogger(__name__)
 
@@ -113,11 +114,6 @@ class LoadedModel:
             "source": self.source,
             "acceleration": self.acceleration,
         }
-
-
-def normalise_text(text: str) -> str:
-    """Collapse runs of whitespace and strip: the cache key, and what the model sees."""
-    return " ".join(text.split())
 
 
 def parse_threshold(value: Any, default: float) -> float:

@@ -10,19 +10,18 @@ import hashlib
 import json
 import logging
 import random
-import re
-import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from intent_pipeline.text import dedup_key, normalise_text
+
 logger = logging.getLogger(__name__)
 
 OPTIONAL_FIELDS = ("id", "labeled_by", "labeled_at", "predicted_label", "confidence", "source")
 SPLITS = ("train", "val", "test")
-_WHITESPACE = re.compile(r"\s+")
 
 
 class SplitParams(BaseModel):
@@ -124,16 +123,6 @@ def validate_labeled_export(raw_intent_labels: dict[str, Callable[[], str]], par
             + "; ".join(f"{r['file']} line {r['line']}: {r['detail']}" for r in rejected[:5])
         )
     return rows, rejected
-
-
-def normalise_text(text: str) -> str:
-    """Unicode NFC, whitespace runs collapsed to one space, ends stripped."""
-    return _WHITESPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
-
-
-def dedup_key(text: str) -> str:
-    """The identity of a text for duplicate detection: normalised and casefolded."""
-    return normalise_text(text).casefold()
 
 
 def normalise_texts(validated_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
