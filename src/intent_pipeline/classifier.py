@@ -430,10 +430,24 @@ def _default_max_length(tokenizer: Any, model: Any) -> int:
     return min(int(limit) for limit in limits if isinstance(limit, int) and limit > 0)
 
 
+class _TransformerBacked:
+    """The part every transformer-backed kind shares: model on its device, tokenizer set up once."""
+
+    def _attach_transformer(self, model: Any, tokenizer: Any, *, max_length: int | None, batch_size: int,
+                            device: str) -> None:
+        """Put a transformer and its tokenizer on the device, in eval mode, with one fixed tokenizer setup."""
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.max_length = int(max_length or _default_max_length(tokenizer, model))
+        self.batch_size = int(batch_size)
+        self._encoder = _TextEncoder(tokenizer, self.max_length, self.device)
+
+
 # -------------------------------------------------------------------------------------------- fine_tuned
 
 
-class FineTunedClassifier(IntentClassifier):
+class FineTunedClassifier(_TransformerBacked, IntentClassifier):
     """A sequence classifier (AutoModelForSequenceClassification); labels from the config's id2label."""
 
     kind = "fine_tuned"
@@ -448,12 +462,7 @@ class FineTunedClassifier(IntentClassifier):
                 "labels="
             )
         super().__init__(labels, descriptions, metadata)
-        self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
-        self.tokenizer = tokenizer
-        self.max_length = int(max_length or _default_max_length(tokenizer, model))
-        self.batch_size = int(batch_size)
-        self._encoder = _TextEncoder(tokenizer, self.max_length, self.device)
+        self._attach_transformer(model, tokenizer, max_length=max_length, batch_size=batch_size, device=device)
 
     @classmethod
     def from_pretrained(cls, path_or_id: str | Path, device: str = "cpu",
@@ -517,7 +526,7 @@ class FineTunedClassifier(IntentClassifier):
 # ----------------------------------------------------------------------------------- zero_shot_embedding
 
 
-class ZeroShotEmbeddingClassifier(IntentClassifier):
+class ZeroShotEmbeddingClassifier(_TransformerBacked, IntentClassifier):
     """Cosine similarity between the query and each label description (mean-pooled, normalised embeddings)."""
 
     kind = "zero_shot_embedding"
@@ -530,12 +539,7 @@ class ZeroShotEmbeddingClassifier(IntentClassifier):
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)
-        self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
-        self.tokenizer = tokenizer
-        self.max_length = int(max_length or _default_max_length(tokenizer, model))
-        self.batch_size = int(batch_size)
-        self._encoder = _TextEncoder(tokenizer, self.max_length, self.device)
+        self._attach_transformer(model, tokenizer, max_length=max_length, batch_size=batch_size, device=device)
         # The descriptions never change after loading, so they are embedded once here.
         self.label_embeddings = self.embed([self.description_of(label) for label in self.labels])
 
