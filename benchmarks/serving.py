@@ -168,20 +168,9 @@ def start_server(
         env[name] = value
     log = (work_dir / "server.log").open("wb")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "intent_pipeline.serving.app:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
+        # The product's own command (`intent-pipeline serve`), so the CLI path is what gets measured/tested.
+        [sys.executable, "-m", "intent_pipeline", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "warning"],
         cwd=work_dir,
         env=env,
         stdout=log,

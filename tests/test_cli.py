@@ -214,11 +214,11 @@ def test_serve_hands_host_port_workers_to_run_server(fake_module, monkeypatch):
     fake_module("intent_pipeline.serving.app", run_server=lambda **kwargs: calls.append(kwargs))
     monkeypatch.delenv("MODEL_URI", raising=False)
 
-    assert main(["serve", "--host", "0.0.0.0", "--port", "9001", "--workers", "3"]) == 0
+    assert main(["serve", "--host", "0.0.0.0", "--port", "9001", "--workers", "3", "--log-level", "warning"]) == 0
     assert main(["serve", "--model-name", "team-model"]) == 0
 
-    assert calls == [{"host": "0.0.0.0", "port": 9001, "workers": 3},
-                     {"host": "127.0.0.1", "port": 8000, "workers": 1}]
+    assert calls == [{"host": "0.0.0.0", "port": 9001, "workers": 3, "log_level": "warning"},
+                     {"host": "127.0.0.1", "port": 8000, "workers": 1, "log_level": "info"}]
     assert os.environ["MODEL_URI"] == "models:/team-model@production"
 
 

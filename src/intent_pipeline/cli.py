@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=DEFAULT_HOST, help=f"bind address (default {DEFAULT_HOST})")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
+    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                       help="server log level (default info)")
     serve.set_defaults(handler=_serve)
 
     export = commands.add_parser("export", parents=[common], help="export labeled queries for training")
@@ -241,7 +243,7 @@ def _serve(args: argparse.Namespace) -> int:
         from intent_pipeline.serving.app import run_server
     except ImportError as error:
         raise CommandFailed(f"the server cannot be imported: {error}") from None
-    run_server(host=args.host, port=args.port, workers=args.workers)
+    run_server(host=args.host, port=args.port, workers=args.workers, log_level=args.log_level)
     return 0
 
 

@@ -45,19 +45,9 @@ def server(registry, tmp_path, tiny_examples):
     env.pop("HF_INTENT_MODEL", None)
     log = (tmp_path / "uvicorn.log").open("wb")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "intent_pipeline.serving.app:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
+        # The product's own command (`intent-pipeline serve`), so the CLI path is what gets measured/tested.
+        [sys.executable, "-m", "intent_pipeline", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "warning"],
         cwd=tmp_path,
         env=env,
         stdout=log,
