@@ -22,9 +22,12 @@ from intent_pipeline.pipelines.evaluation.nodes import (
     compact_gate_report,
     evaluate_gates,
     expected_calibration_error,
+    format_int8_line,
     format_summary_table,
+    judge_int8_copy,
     low_confidence_threshold,
     parse_evaluation_parameters,
+    serving_acceleration,
     split_texts_and_labels,
     worst_class,
 )
@@ -224,6 +227,40 @@ def _evaluation(version: str | None, kind: str, passed: bool, macro_f1: float,
             "gate": {"passed": passed, "gates": {}}}
 
 
+# ------------------------------------------------------------------------------------------- int8 copy
+def test_an_int8_copy_that_keeps_the_gates_and_the_accuracy_is_served():
+    int8 = _metrics({"chitchat": ["chitchat"] * 10,
+                     "calculator": ["calculator"] * 9 + ["chitchat"],
+                     "definition": ["definition"] * 10})  # the same 29/30 as GOOD
+    verdict = judge_int8_copy(int8, GOOD, GateParameters(), max_accuracy_drop=0.01)
+    assert verdict["serve"] and verdict["failed"] == [] and verdict["accuracy_drop"] == pytest.approx(0.0)
+    assert serving_acceleration(verdict) == "onnx-int8"
+
+
+def test_an_int8_copy_that_loses_accuracy_is_not_served_even_above_the_gates():
+    int8 = _metrics({"chitchat": ["chitchat"] * 10,
+                     "calculator": ["calculator"] * 9 + ["chitchat"],
+                     "definition": ["definition"] * 9 + ["chitchat"]})  # 28/30: still >= 0.90, but -0.033
+    verdict = judge_int8_copy(int8, GOOD, GateParameters(), max_accuracy_drop=0.01)
+    assert not verdict["serve"] and verdict["failed"] == ["accuracy_drop"]
+    assert verdict["accuracy_drop"] == pytest.approx(1 / 30)
+    assert serving_acceleration(verdict) == "onnx"
+    assert judge_int8_copy(int8, GOOD, GateParameters(), max_accuracy_drop=0.05)["serve"]
+    line = format_int8_line({**verdict, "available": True, "agreement": 0.95,
+                             "latency": {"n": 5, "median_ms": 2.1}}, {"n": 5, "median_ms": 11.9})
+    assert "accuracy 0.933 (-0.033)" in line and "95.0%" in line and "2.1 ms per query vs 11.9 ms" in line
+    assert "NOT served by default, fails accuracy_drop" in line
+
+
+def test_an_int8_copy_failing_a_gate_is_not_served_and_no_copy_means_fp32():
+    int8 = _metrics({"chitchat": ["chitchat"] * 10,
+                     "calculator": ["calculator"] * 8 + ["chitchat"] * 2,
+                     "definition": ["definition"] * 10})  # calculator recall 0.8 < 0.85
+    verdict = judge_int8_copy(int8, GOOD, GateParameters(), max_accuracy_drop=0.05)
+    assert verdict["failed"] == ["per_class"] and not verdict["serve"]
+    assert serving_acceleration(None) == "onnx"
+
+
 def test_champion_is_the_best_passing_candidate_by_the_metric():
     evaluations = [_evaluation("1", "linear", True, 0.91), _evaluation("2", "fine_tuned", True, 0.94),
                    _evaluation("3", "ensemble", False, 0.97)]
@@ -368,6 +405,8 @@ def test_pipeline_gates_tags_logs_and_stages_the_champion(tiny_candidates, tiny_
     assert not bert_gates["accuracy"]["passed"]
     assert bert_gates["no_regression"] == {"metric": "accuracy", "skipped": True, "passed": True,
                                            "reason": "no production version"}
+    # the fine-tuned version's int8 copy was judged: it fails the gates like its model, so fp32 ONNX serves
+    assert bert_tags["serving_acceleration"] == "onnx" and "serving_acceleration" not in linear_tags
     assert float(linear_tags["accuracy"]) == pytest.approx(1.0)
     assert 0.0 <= float(linear_tags["ece"]) <= 1.0
     assert 0.0 < float(linear_tags["low_confidence_threshold"]) <= 1.0
@@ -396,6 +435,7 @@ def test_pipeline_gates_tags_logs_and_stages_the_champion(tiny_candidates, tiny_
 
     printed = capsys.readouterr().out
     assert printed.count("Evaluation Results:") == 2
+    assert printed.count("int8 serving copy:") == 1  # the fine-tuned candidate only
     assert "Evaluation summary: intent-classifier" in printed
     assert f"Champion: linear v{linear['model_version']}" in printed
 

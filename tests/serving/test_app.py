@@ -346,6 +346,75 @@ def test_onnx_copy_predicts_what_the_model_predicts(tiny_bert_classifier, mode, 
         assert [p["intent"] for p in fast.predict(texts)] == expected_intents
 
 
+def test_the_onnx_copy_tokenizes_like_the_transformers_tokenizer(tiny_bert_classifier):
+    pytest.importorskip("onnxruntime", reason="acceleration needs onnxruntime (a base dependency)")
+    from intent_pipeline.serving.acceleration import ENCODING_FIELDS, accelerate
+
+    fast, _ = accelerate(tiny_bert_classifier, "onnx", threads=1)
+    texts = ["ciao", "", "è à ù", "calcola l'IRPEF su 35.000 euro " * 80]  # padding, empty, accents, truncation
+    expected = tiny_bert_classifier.tokenizer(texts, padding=True, truncation=True, max_length=fast.max_length,
+                                              return_tensors="np")
+    encodings = fast.encoder.encode_batch(texts)
+    for name in fast.input_names:
+        ours = [getattr(encoding, ENCODING_FIELDS[name]) for encoding in encodings]
+        assert ours == expected[name].tolist(), name
+    assert len(encodings[-1].ids) == fast.max_length
+
+
+@pytest.mark.parametrize(("setting", "tags", "mode"), [
+    ("auto", {"serving_acceleration": "onnx-int8"}, "onnx-int8"),  # evaluation passed the int8 copy
+    ("auto", {"serving_acceleration": "onnx"}, "onnx"),
+    ("auto", {}, "onnx"),                                           # never evaluated (or HF_INTENT_MODEL)
+    ("auto", {"serving_acceleration": "int4"}, "onnx"),             # unknown value: the safe default
+    ("none", {"serving_acceleration": "onnx-int8"}, "none"),        # an explicit setting wins
+])
+def test_auto_acceleration_follows_the_evaluated_version_tag(setting, tags, mode):
+    from intent_pipeline.serving.acceleration import resolve_mode
+
+    assert resolve_mode(setting, tags) == mode
+
+
+def test_single_texts_run_on_the_event_loop_and_batches_on_the_inference_thread(make_settings):
+    import asyncio
+    import threading
+
+    from intent_pipeline.serving.holder import ModelHolder
+
+    class ThreadRecorder:
+        kind, labels, metadata = "linear", ["a", "b"], {}
+        threads: list[str] = []
+
+        def predict(self, texts, top_k=None):
+            self.threads.append(threading.current_thread().name)
+            return [{"intent": "a", "confidence": 0.9, "ranking": [{"intent": "a", "score": 0.9}]}
+                    for _ in texts]
+
+    async def classify_all(holder: ModelHolder) -> str:
+        await holder.start(wait_s=10)
+        try:
+            await holder.classify(["uno"])
+            await holder.classify(["due", "tre"])
+            await holder.classify(["uno", "quattro"])  # one cached, one new: a single text to predict
+        finally:
+            await holder.stop()
+        return threading.current_thread().name
+
+    recorder = ThreadRecorder()
+    warm_up_calls = 1
+    holder = ModelHolder(make_settings(hf_intent_model="stub", labeling_enabled=False),
+                         direct_loader=lambda source: recorder)
+    loop_thread = asyncio.run(classify_all(holder))
+    assert recorder.threads[warm_up_calls:][0] == loop_thread
+    assert recorder.threads[warm_up_calls:][1].startswith("intent-inference")
+    assert recorder.threads[warm_up_calls:][2] == loop_thread
+
+    recorder.threads.clear()
+    always_threaded = ModelHolder(make_settings(hf_intent_model="stub", labeling_enabled=False,
+                                                inline_max_texts=0), direct_loader=lambda source: recorder)
+    asyncio.run(classify_all(always_threaded))
+    assert all(name.startswith("intent-inference") for name in recorder.threads[warm_up_calls:])
+
+
 def test_the_default_server_runs_the_onnx_copy(shared_client):
     pytest.importorskip("onnxruntime", reason="acceleration needs onnxruntime (a base dependency)")
     assert shared_client.get("/v1/model").json()["acceleration"] == "onnx"

@@ -105,3 +105,19 @@ def test_unreachable_registry_then_missing_alias_then_ready_by_itself(
         wait_for(lambda: client.get("/ready").status_code == 200, what="the server to become ready")
         assert serving_version(client) == version
         assert client.get("/v1/model").json()["last_error"] is None
+
+
+def test_auto_acceleration_serves_int8_only_for_a_version_whose_int8_copy_passed_evaluation(
+    registry, make_settings, tiny_bert_dir
+):
+    from intent_pipeline.classifier import load_classifier
+
+    bert = load_classifier(tiny_bert_dir)
+    passed = registry.register(bert, tags={"serving_acceleration": "onnx-int8"})
+    registry.promote(passed)
+    with TestClient(create_app(make_settings(tracking_uri=registry.uri, acceleration="auto"))) as client:
+        assert client.get("/v1/model").json()["acceleration"] == "onnx-int8"
+        not_judged = registry.register(bert)
+        registry.promote(not_judged)
+        wait_for(lambda: serving_version(client) == not_judged, what=f"version {not_judged} to serve")
+        assert client.get("/v1/model").json()["acceleration"] == "onnx"

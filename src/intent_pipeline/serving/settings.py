@@ -71,17 +71,26 @@ class ServingSettings(BaseSettings):
         le=3600,
         description="start-up waits this long for the first model; then /health answers and /ready is 503",
     )
-    # "onnx" gives the same probabilities as PyTorch (within 1e-5) about 2x faster. "onnx-int8" is 4-5x
-    # faster but moved 5% of the benchmark model's intents on real queries: opt in after checking accuracy.
-    acceleration: Literal["none", "onnx", "onnx-int8"] = Field(
-        "onnx",
+    # "onnx" gives the same probabilities as PyTorch (within 1e-5) about 2x faster; "onnx-int8" is 5-6x
+    # faster but moves scores, so "auto" serves int8 only for a version whose int8 copy passed evaluation.
+    acceleration: Literal["auto", "none", "onnx", "onnx-int8"] = Field(
+        "auto",
         description="fine-tuned models only: serve an ONNX Runtime copy (int8 weights: onnx-int8) once it "
-        "matches the original on probe texts; 'none' serves PyTorch as loaded",
+        "matches the original on probe texts; 'auto' takes the version's serving_acceleration tag (written "
+        "by evaluation: onnx-int8 when the int8 copy passed the gates) and otherwise onnx; 'none' serves "
+        "PyTorch as loaded",
     )
     # One thread per worker: a single short query gains little from intra-op parallelism, and on a busy
     # machine two threads waiting on each other turned a 13 ms query into 30-500 ms (benchmarks/serving.py).
     # Scale with more uvicorn workers instead.
     inference_threads: int = Field(1, ge=1, le=256, description="torch and ONNX Runtime intra-op threads")
+    inline_max_texts: int = Field(
+        1,
+        ge=0,
+        le=4096,
+        description="uncached texts up to this many are classified on the event loop thread (no thread "
+        "hand-off); more go to the inference thread. 0 = always the inference thread",
+    )
 
     @field_validator("hf_intent_model", mode="before")
     @classmethod

@@ -30,6 +30,7 @@ from intent_pipeline import registry
 from intent_pipeline.classifier import IntentClassifier, load_classifier
 from intent_pipeline.model_logging import load_classifier_from_mlflow
 from intent_pipeline.pipelines.evaluation import plots
+from intent_pipeline.serving.acceleration import ACCELERATION_TAG
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +71,20 @@ class LowConfidenceParameters(_Strict):
     quantile: float = Field(0.10, ge=0.0, le=1.0)
 
 
+class Int8ServingParameters(_Strict):
+    """Whether a fine-tuned candidate's int8 serving copy is scored, and how much accuracy it may lose."""
+
+    enabled: bool = True
+    max_accuracy_drop: float = Field(0.01, ge=0.0, le=1.0)
+
+
 class EvaluationParameters(_Strict):
     """The ``evaluation`` block of parameters_evaluation.yml."""
 
     gates: GateParameters = GateParameters()
     champion: ChampionParameters = ChampionParameters()
     low_confidence: LowConfidenceParameters = LowConfidenceParameters()
+    int8_serving: Int8ServingParameters = Int8ServingParameters()
     calibration_bins: int = Field(10, ge=1, le=100)
     latency_sample_size: int = Field(50, ge=0)
     batch_size: int = Field(32, ge=1)
@@ -270,6 +279,24 @@ def evaluate_gates(metrics: dict[str, Any], production: dict[str, Any] | None,
     return {"passed": all(gate["passed"] for gate in report.values()), "gates": report}
 
 
+def judge_int8_copy(int8_metrics: dict[str, Any], metrics: dict[str, Any], gates: GateParameters,
+                    max_accuracy_drop: float) -> dict[str, Any]:
+    """Serve the int8 copy by default only if it passes the accuracy and per-class gates on its own and
+    loses at most ``max_accuracy_drop`` test accuracy against the model it was made from."""
+    gate = evaluate_gates(int8_metrics, None, gates)
+    drop = metrics["accuracy"] - int8_metrics["accuracy"]
+    failed = [name for name in failed_gate_names(gate) if name != "no_regression"]
+    if drop > max_accuracy_drop + GATE_EPSILON:
+        failed.append("accuracy_drop")
+    return {"accuracy": int8_metrics["accuracy"], "macro_f1": int8_metrics["macro_f1"], "accuracy_drop": drop,
+            "max_accuracy_drop": max_accuracy_drop, "failed": failed, "serve": not failed}
+
+
+def serving_acceleration(int8: dict[str, Any] | None) -> str:
+    """The ``serving_acceleration`` tag of a fine-tuned version: onnx-int8 when its int8 copy passed."""
+    return "onnx-int8" if int8 is not None and int8.get("serve") else "onnx"
+
+
 def compact_gate_report(gate_result: dict[str, Any]) -> str:
     """The gate result as compact JSON for the ``gate_report`` version tag (values rounded to 4 places)."""
     def rounded(value: Any) -> Any:
@@ -346,12 +373,30 @@ def format_evaluation_report(evaluation: dict[str, Any]) -> str:
     if latency["n"]:
         lines.append(f"  Latency per query: median {latency['median_ms']:.1f} ms, "
                      f"p95 {latency['p95_ms']:.1f} ms ({latency['n']} single-text predicts)")
+    int8 = evaluation.get("int8")
+    if int8 is not None:
+        lines.append(format_int8_line(int8, latency))
     threshold = evaluation["low_confidence"]
     how = ("quantile" if threshold["method"] == "quantile"
            else "target precision" + ("" if threshold["target_reached"] else " NOT reached"))
     lines.append(f"  Low-confidence threshold: {threshold['threshold']:.3f} ({how} on val: precision "
                  f"{_fmt(threshold['precision'])}, coverage {_fmt(threshold['coverage'])})")
     return "\n".join(lines)
+
+
+def format_int8_line(int8: dict[str, Any], latency: dict[str, Any]) -> str:
+    """The int8 serving copy's accuracy, agreement, speed and whether the server will use it by default."""
+    if not int8.get("available", True):
+        return f"  int8 serving copy: none ({int8['reason']}); the server uses fp32 ONNX"
+    speed = ""
+    if int8["latency"]["n"] and latency["n"]:
+        speed = (f"; median {int8['latency']['median_ms']:.1f} ms per query vs "
+                 f"{latency['median_ms']:.1f} ms")
+    verdict = ("served by default (onnx-int8)" if int8["serve"]
+               else f"NOT served by default, fails {', '.join(int8['failed'])}; the server uses fp32 ONNX")
+    return (f"  int8 serving copy: accuracy {_fmt(int8['accuracy'])} ({-int8['accuracy_drop']:+.3f}), "
+            f"macro F1 {_fmt(int8['macro_f1'])}, same intent as the model on {int8['agreement']:.1%} of "
+            f"test{speed}: {verdict}")
 
 
 def format_gate_line(evaluation: dict[str, Any]) -> str:
@@ -507,6 +552,24 @@ def measure_latency(classifier: IntentClassifier, texts: Sequence[str], sample_s
     return latency_summary(durations)
 
 
+def evaluate_int8_copy(classifier: IntentClassifier, texts: Sequence[str], gold: Sequence[str],
+                       labels: Sequence[str], predicted: Sequence[str], metrics: dict[str, Any],
+                       settings: EvaluationParameters, name: str) -> dict[str, Any]:
+    """Score the int8 ONNX copy the server would serve of a fine-tuned candidate on the same test texts."""
+    from intent_pipeline.serving.acceleration import accelerate
+
+    copy, mode = accelerate(classifier, "onnx-int8", threads=1)
+    if mode != "onnx-int8":
+        return {"available": False, "serve": False, "failed": ["unavailable"],
+                "reason": "the export failed or changed intents on the probe texts (see the warning above)"}
+    int8_predicted, _ = predict_texts(copy, texts, settings.batch_size, f"{name} int8 copy test")
+    int8_metrics = classification_metrics(gold, int8_predicted, labels)
+    verdict = judge_int8_copy(int8_metrics, metrics, settings.gates, settings.int8_serving.max_accuracy_drop)
+    return {**verdict, "available": True,
+            "agreement": float(np.mean(np.asarray(int8_predicted) == np.asarray(predicted))),
+            "latency": measure_latency(copy, texts, settings.latency_sample_size, settings.seed)}
+
+
 def _errors_jsonl(rows: Sequence[dict[str, Any]], predicted: Sequence[str], confidences: np.ndarray) -> str:
     """One JSON line per wrong prediction: text, gold, predicted, confidence (and id when present)."""
     lines = []
@@ -534,6 +597,12 @@ def _log_candidate_run(client: MlflowClient, evaluation: dict[str, Any], rows: S
     if evaluation["latency"]["n"]:
         values["latency_ms_median"] = evaluation["latency"]["median_ms"]
         values["latency_ms_p95"] = evaluation["latency"]["p95_ms"]
+    int8 = evaluation.get("int8")
+    if int8 and int8["available"]:
+        values.update({"test_accuracy_int8": int8["accuracy"], "test_f1_macro_int8": int8["macro_f1"],
+                       "int8_agreement": int8["agreement"]})
+        if int8["latency"]["n"]:
+            values["latency_ms_median_int8"] = int8["latency"]["median_ms"]
     for label, scores in metrics["per_class"].items():
         for name in ("precision", "recall", "f1"):
             values[_metric_key(f"test_{name}_{label}")] = scores[name]
@@ -554,8 +623,8 @@ def _log_candidate_run(client: MlflowClient, evaluation: dict[str, Any], rows: S
     for file_name, figure in figures.items():
         client.log_figure(run_id, figure, f"{ARTIFACT_DIR}/{file_name}")
     client.log_text(run_id, _errors_jsonl(rows, predicted, confidences), f"{ARTIFACT_DIR}/errors.jsonl")
-    client.log_dict(run_id, {key: evaluation[key] for key in
-                             ("metrics", "ece", "calibration_bins", "latency", "low_confidence")},
+    client.log_dict(run_id, {key: evaluation.get(key) for key in
+                             ("metrics", "ece", "calibration_bins", "latency", "low_confidence", "int8")},
                     f"{ARTIFACT_DIR}/evaluation_metrics.json")
     client.log_text(run_id, format_evaluation_report(evaluation), f"{ARTIFACT_DIR}/report.txt")
 
@@ -627,17 +696,23 @@ def evaluate_candidates(trained_candidates: list[dict[str, Any]], test_split: li
             "latency": measure_latency(classifier, test_texts, settings.latency_sample_size, settings.seed),
             "low_confidence": low_confidence_threshold(val_confidences, val_correct, settings.low_confidence),
         }
+        if settings.int8_serving.enabled and evaluation["kind"] == "fine_tuned":
+            evaluation["int8"] = evaluate_int8_copy(classifier, test_texts, test_gold, labels, predicted,
+                                                    evaluation["metrics"], settings, name)
         if not evaluation["low_confidence"]["target_reached"]:
             logger.warning("%s: no confidence reaches precision %.2f on val; threshold 1.0 flags every "
                            "prediction as low confidence", name, settings.low_confidence.target_precision)
         _report(format_evaluation_report(evaluation))
         _log_candidate_run(client, evaluation, test_split, predicted, confidences, correct)
-        _set_version_tags(client, evaluation, {
+        tags = {
             "accuracy": f"{evaluation['metrics']['accuracy']:.4f}",
             "macro_f1": f"{evaluation['metrics']['macro_f1']:.4f}",
             "ece": f"{evaluation['ece']:.4f}",
             "low_confidence_threshold": f"{evaluation['low_confidence']['threshold']:.6g}",
-        })
+        }
+        if evaluation["kind"] == "fine_tuned":
+            tags[ACCELERATION_TAG] = serving_acceleration(evaluation.get("int8"))
+        _set_version_tags(client, evaluation, tags)
         evaluations.append(evaluation)
         del classifier  # one model in memory at a time
     return evaluations
@@ -738,6 +813,8 @@ def select_staging_champion(gated_evaluations: list[dict[str, Any]], production_
             if worst else None,
             "ece": evaluation["ece"], "latency_ms_median": evaluation["latency"]["median_ms"],
             "low_confidence_threshold": evaluation["low_confidence"]["threshold"],
+            "serving_acceleration": serving_acceleration(evaluation.get("int8"))
+            if evaluation["kind"] == "fine_tuned" else None,
             "gate_passed": evaluation["gate"]["passed"],
             "failed_gates": failed_gate_names(evaluation["gate"]),
             "gate_report": json.loads(compact_gate_report(evaluation["gate"])),
