@@ -57,8 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="intra-op threads of both the server and the pipeline (default 1, the server's default)",
+        help="intra-op threads of both the server and the pipeline (default: each side's own default, "
+        "i.e. the machine's cores for PyTorch and the server's automatic setting)",
     )
     parser.add_argument(
         "--server-env",
@@ -164,7 +164,8 @@ def start_server(
         "INTENT_MAX_BATCH_SIZE": str(max(64, args.batch_size)),
         "INTENT_ACCELERATION": acceleration,
     }
-    env["INTENT_INFERENCE_THREADS"] = str(args.threads)
+    if args.threads:
+        env["INTENT_INFERENCE_THREADS"] = str(args.threads)
     for item in args.server_env:
         name, _, value = item.partition("=")
         env[name] = value
@@ -303,6 +304,7 @@ def bench_mode(
         "same_intent_as_pipeline": statistics.fmean(a["intent"] == p["label"] for a, p in pairs),
         "max_confidence_gap": max(abs(a["confidence"] - p["score"]) for a, p in pairs),
         "cache_hits": _metric(server.client.get("/metrics").text, "intent_prediction_cache_hits_total"),
+        "server_threads": server.client.get("/v1/model").json()["inference_threads"],
     }
 
 
@@ -318,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import pipeline
 
-    torch.set_num_threads(args.threads)  # the same as the server: a fair comparison
+    if args.threads:
+        torch.set_num_threads(args.threads)  # the same as the server
     rows = load_rows()
     texts = [row["text"] for row in rows]
     needed = args.warmup + 2 * args.queries + args.batches * args.batch_size
@@ -339,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"model: {model_dir} | {len(singles)} distinct single queries, {args.batches} batches of "
-            f"{args.batch_size} | threads: {args.threads} each | "
+            f"{args.batch_size} | pipeline threads: {torch.get_num_threads()} | "
             f"cores: {os.cpu_count()} | load average: {os.getloadavg()[0]:.1f}",
             flush=True,
         )
@@ -353,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 process.terminate()
                 process.wait(timeout=30)
-            print(f"  measured acceleration={mode}", flush=True)
+            print(f"  measured acceleration={mode} (server threads: {results[mode]['server_threads']})", flush=True)
 
     print(
         f"\n{'single query (distinct texts)':<52} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} "

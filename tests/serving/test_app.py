@@ -323,6 +323,37 @@ def test_bad_settings_fail_naming_the_field(overrides, field):
         ServingSettings(**overrides)
 
 
+@pytest.mark.parametrize(("cpus", "workers", "explicit", "threads"), [
+    (2, 1, None, 2),   # a 2-core machine, one worker: both cores
+    (8, 1, None, 4),   # more cores than a short query can use: capped
+    (8, 3, None, 2),   # workers share the cores
+    (2, 4, None, 1),   # never fewer than one
+    (8, 1, 1, 1),      # INTENT_INFERENCE_THREADS wins
+])
+def test_inference_threads_default_to_the_cpus_shared_among_workers(monkeypatch, cpus, workers, explicit,
+                                                                    threads):
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    assert ServingSettings(workers=workers, inference_threads=explicit).threads() == threads
+
+
+def test_serve_tells_every_worker_how_many_workers_share_the_cpus(monkeypatch):
+    import os
+
+    import uvicorn
+
+    from intent_pipeline.serving.app import run_server
+
+    started = {}
+    monkeypatch.setenv("INTENT_WORKERS", "1")  # restored (unset) after the test; run_server overwrites it
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: started.update(options))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    run_server(workers=3)
+    assert started["workers"] == 3 and os.environ["INTENT_WORKERS"] == "3"
+    assert ServingSettings().threads() == 2  # what each worker process reads at start
+
+
 @pytest.fixture(scope="module")
 def tiny_bert_classifier(tiny_bert_dir):
     from intent_pipeline.classifier import load_classifier
@@ -417,7 +448,9 @@ def test_single_texts_run_on_the_event_loop_and_batches_on_the_inference_thread(
 
 def test_the_default_server_runs_the_onnx_copy(shared_client):
     pytest.importorskip("onnxruntime", reason="acceleration needs onnxruntime (a base dependency)")
-    assert shared_client.get("/v1/model").json()["acceleration"] == "onnx"
+    info = shared_client.get("/v1/model").json()
+    assert info["acceleration"] == "onnx"  # auto, and HF_INTENT_MODEL has no evaluated tag
+    assert info["inference_threads"] == ServingSettings().threads()
     assert 'acceleration="onnx"' in shared_client.get("/metrics").text
 
 

@@ -9,6 +9,7 @@ serve` calls.
 import asyncio
 import hmac
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -48,7 +49,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         import torch
 
-        torch.set_num_threads(settings.inference_threads)
+        torch.set_num_threads(settings.threads())
         capture = app.state.capture
         if capture is not None:
             capture.start()
@@ -288,6 +289,7 @@ def run_server(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, log_
     """Run the app with uvicorn; several workers each load the model and poll the alias on their own."""
     import uvicorn
 
+    os.environ["INTENT_WORKERS"] = str(workers)  # each worker sizes its inference threads to its CPU share
     ServingSettings()  # fail here, with pydantic's message, on a bad environment (before forking workers)
     uvicorn.run(
         "intent_pipeline.serving.app:create_app",

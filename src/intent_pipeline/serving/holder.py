@@ -404,7 +404,7 @@ class ModelHolder:
             raise ValueError("the classifier has no labels")
         _warm_up(classifier, labels, self.settings.top_k)
         classifier, acceleration = accelerate(
-            classifier, resolve_mode(self.settings.acceleration, target.tags), self.settings.inference_threads
+            classifier, resolve_mode(self.settings.acceleration, target.tags), self.settings.threads()
         )
         metadata = getattr(classifier, "metadata", None) or {}
         threshold = parse_threshold(
@@ -486,6 +486,7 @@ class ModelHolder:
             "reload_successes": self.reload_successes,
             "reload_failures": self.reload_failures,
             "poll_interval_s": self.settings.poll_interval_s if self.mode == "alias" else None,
+            "inference_threads": self.settings.threads(),
         }
 
 

@@ -118,6 +118,7 @@ class ModelInfoOut(BaseModel):
     loaded_at: str | None
     source: str | None
     acceleration: str | None = Field(description="none, onnx or onnx-int8: how the model runs")
+    inference_threads: int = Field(description="intra-op threads of this worker")
     last_poll: str | None
     last_error: str | None
     reload_successes: int

@@ -6,6 +6,7 @@ for the rest (INTENT_ADMIN_TOKEN, INTENT_EXPERT_TOKEN, INTENT_POLL_INTERVAL_S, I
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -14,6 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_MODEL_URI = "models:/intent-classifier@production"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_LABELING_STORE_URL = "sqlite:///labeling.db"
+# A single short query stops gaining from more intra-op threads after a few (MiniLM: 2.3 ms on 1, 1.5 on 2).
+MAX_AUTO_THREADS = 4
 
 
 def _env(field: str, *names: str) -> AliasChoices:
@@ -80,10 +83,19 @@ class ServingSettings(BaseSettings):
         "by evaluation: onnx-int8 when the int8 copy passed the gates) and otherwise onnx; 'none' serves "
         "PyTorch as loaded",
     )
-    # One thread per worker: a single short query gains little from intra-op parallelism, and on a busy
-    # machine two threads waiting on each other turned a 13 ms query into 30-500 ms (benchmarks/serving.py).
-    # Scale with more uvicorn workers instead.
-    inference_threads: int = Field(1, ge=1, le=256, description="torch and ONNX Runtime intra-op threads")
+    # Unset: the CPUs of this process shared among the workers, at most MAX_AUTO_THREADS. On 2 cores the int8
+    # MiniLM answers in 2.6 ms with 2 threads against 3.1 ms with 1 (benchmarks/serving.py); ONNX Runtime's
+    # threads spin only while a query runs (see acceleration.py), so idle threads cost nothing.
+    inference_threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="torch and ONNX Runtime intra-op threads per worker; unset: this process's CPUs divided "
+        f"among the workers, 1 to {MAX_AUTO_THREADS}",
+    )
+    workers: int = Field(
+        1, ge=1, le=256, description="uvicorn worker processes sharing the CPUs (`intent-pipeline serve --workers`)"
+    )
     inline_max_texts: int = Field(
         1,
         ge=0,
@@ -91,6 +103,12 @@ class ServingSettings(BaseSettings):
         description="uncached texts up to this many are classified on the event loop thread (no thread "
         "hand-off); more go to the inference thread. 0 = always the inference thread",
     )
+
+    def threads(self) -> int:
+        """Intra-op threads for this worker: `inference_threads`, or the CPUs it may use over the workers."""
+        if self.inference_threads is not None:
+            return self.inference_threads
+        return max(1, min(MAX_AUTO_THREADS, len(os.sched_getaffinity(0)) // self.workers))
 
     @field_validator("hf_intent_model", mode="before")
     @classmethod
