@@ -432,6 +432,7 @@ def test_pipeline_gates_tags_logs_and_stages_the_champion(tiny_candidates, tiny_
     assert rows["linear"]["aliases"] == ["staging"] and rows["linear"]["gate_passed"]
     assert rows["fine_tuned"]["aliases"] == [] and "accuracy" in rows["fine_tuned"]["failed_gates"]
     assert rows["fine_tuned"]["worst_class"]["metric"] == "recall"
+    assert (rows["fine_tuned"]["serving_acceleration"], rows["linear"]["serving_acceleration"]) == ("onnx", None)
 
     printed = capsys.readouterr().out
     assert printed.count("Evaluation Results:") == 2

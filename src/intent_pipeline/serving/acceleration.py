@@ -157,7 +157,8 @@ def accelerate(classifier: Any, mode: str, threads: int | None) -> tuple[Any, st
         )
         return classifier, "none"
     logger.info(
-        "serving through ONNX Runtime (%s); largest probability difference on the probes %.5f",
+        "ONNX Runtime copy (%s) ready: same intents as the model on the probes, largest probability "
+        "difference %.5f",
         mode,
         difference,
     )

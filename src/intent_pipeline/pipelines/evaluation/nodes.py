@@ -30,7 +30,7 @@ from intent_pipeline import registry
 from intent_pipeline.classifier import IntentClassifier, load_classifier
 from intent_pipeline.model_logging import load_classifier_from_mlflow
 from intent_pipeline.pipelines.evaluation import plots
-from intent_pipeline.serving.acceleration import ACCELERATION_TAG
+from intent_pipeline.serving.acceleration import ACCELERATION_TAG, accelerate
 
 logger = logging.getLogger(__name__)
 
@@ -556,8 +556,6 @@ def evaluate_int8_copy(classifier: IntentClassifier, texts: Sequence[str], gold:
                        labels: Sequence[str], predicted: Sequence[str], metrics: dict[str, Any],
                        settings: EvaluationParameters, name: str) -> dict[str, Any]:
     """Score the int8 ONNX copy the server would serve of a fine-tuned candidate on the same test texts."""
-    from intent_pipeline.serving.acceleration import accelerate
-
     copy, mode = accelerate(classifier, "onnx-int8", threads=1)
     if mode != "onnx-int8":
         return {"available": False, "serve": False, "failed": ["unavailable"],
@@ -696,9 +694,11 @@ def evaluate_candidates(trained_candidates: list[dict[str, Any]], test_split: li
             "latency": measure_latency(classifier, test_texts, settings.latency_sample_size, settings.seed),
             "low_confidence": low_confidence_threshold(val_confidences, val_correct, settings.low_confidence),
         }
-        if settings.int8_serving.enabled and evaluation["kind"] == "fine_tuned":
-            evaluation["int8"] = evaluate_int8_copy(classifier, test_texts, test_gold, labels, predicted,
-                                                    evaluation["metrics"], settings, name)
+        if evaluation["kind"] == "fine_tuned":
+            if settings.int8_serving.enabled:
+                evaluation["int8"] = evaluate_int8_copy(classifier, test_texts, test_gold, labels, predicted,
+                                                        evaluation["metrics"], settings, name)
+            evaluation["serving_acceleration"] = serving_acceleration(evaluation.get("int8"))
         if not evaluation["low_confidence"]["target_reached"]:
             logger.warning("%s: no confidence reaches precision %.2f on val; threshold 1.0 flags every "
                            "prediction as low confidence", name, settings.low_confidence.target_precision)
@@ -710,8 +710,8 @@ def evaluate_candidates(trained_candidates: list[dict[str, Any]], test_split: li
             "ece": f"{evaluation['ece']:.4f}",
             "low_confidence_threshold": f"{evaluation['low_confidence']['threshold']:.6g}",
         }
-        if evaluation["kind"] == "fine_tuned":
-            tags[ACCELERATION_TAG] = serving_acceleration(evaluation.get("int8"))
+        if "serving_acceleration" in evaluation:
+            tags[ACCELERATION_TAG] = evaluation["serving_acceleration"]
         _set_version_tags(client, evaluation, tags)
         evaluations.append(evaluation)
         del classifier  # one model in memory at a time
@@ -813,8 +813,7 @@ def select_staging_champion(gated_evaluations: list[dict[str, Any]], production_
             if worst else None,
             "ece": evaluation["ece"], "latency_ms_median": evaluation["latency"]["median_ms"],
             "low_confidence_threshold": evaluation["low_confidence"]["threshold"],
-            "serving_acceleration": serving_acceleration(evaluation.get("int8"))
-            if evaluation["kind"] == "fine_tuned" else None,
+            "serving_acceleration": evaluation.get("serving_acceleration"),
             "gate_passed": evaluation["gate"]["passed"],
             "failed_gates": failed_gate_names(evaluation["gate"]),
             "gate_report": json.loads(compact_gate_report(evaluation["gate"])),
