@@ -40,7 +40,7 @@ from kedro.runner import SequentialRunner  # noqa: E402
 
 from intent_pipeline.pipelines import data_engineering  # noqa: E402
 from intent_pipeline.pipelines.training import nodes  # noqa: E402
-from intent_pipeline.serving.acceleration import accelerate  # noqa: E402
+from intent_pipeline.serving.acceleration import onnx_copy  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MASSIVE_DIR = PROJECT_ROOT.parent / "shared" / "datasets" / "raw" / "massive-it"
@@ -173,11 +173,10 @@ def run_benchmark(splits: dict[str, Any], config: nodes.TrainingParams, candidat
         print(f"{kind}: accuracy {scores['accuracy']:.3f}, macro-F1 {scores['macro_f1']:.3f}, "
               f"{seconds[kind]:.1f} s", flush=True)
         if kind == "fine_tuned":  # what the server runs when evaluation passes it (INTENT_ACCELERATION=auto)
-            int8, mode = accelerate(classifier, "onnx-int8", threads=None)
-            if mode == "onnx-int8":
-                scores = nodes.score_classifier(int8, splits["test_split"], "test_split")
-                results.append({"candidate": "fine_tuned int8 copy", **scores, "train_seconds": seconds[kind],
-                                "test_n": len(splits["test_split"])})
+            int8 = onnx_copy(classifier, quantize=True, threads=None)
+            scores = nodes.score_classifier(int8, splits["test_split"], "test_split")
+            results.append({"candidate": "fine_tuned int8 copy", **scores, "train_seconds": seconds[kind],
+                            "test_n": len(splits["test_split"])})
     return results
 
 

@@ -460,7 +460,7 @@ def test_a_failed_export_serves_the_original_model(tiny_bert_classifier, monkeyp
     def broken_export(*args, **kwargs):
         raise RuntimeError("Unsupported ONNX opset")
 
-    monkeypatch.setattr(acceleration, "_onnx_copy", broken_export)
+    monkeypatch.setattr(acceleration, "onnx_copy", broken_export)
     served = acceleration.accelerate(tiny_bert_classifier, "onnx-int8", threads=1)
     assert served == (tiny_bert_classifier, "none")
 
@@ -474,14 +474,14 @@ def test_a_copy_that_disagrees_with_the_model_is_not_served(tiny_bert_classifier
         def predict_proba(self, texts):
             return np.tile([1.0, 0.0, 0.0], (len(texts), 1))
 
-    monkeypatch.setattr(acceleration, "_onnx_copy", lambda *args, **kwargs: WrongCopy())
+    monkeypatch.setattr(acceleration, "onnx_copy", lambda *args, **kwargs: WrongCopy())
     assert acceleration.accelerate(tiny_bert_classifier, "onnx", threads=1) == (tiny_bert_classifier, "none")
 
 
 @pytest.mark.parametrize(("mode", "change", "served"), [
     ("onnx", "sharpen", "none"),            # fp32 must match the probabilities to 1e-3
     ("onnx-int8", "sharpen", "onnx-int8"),  # int8 may move scores (here by up to 0.05), keeping every intent
-    ("onnx-int8", "flip", "none"),          # but not change an intent
+    ("onnx-int8", "flip", "none"),          # but not move them all onto another intent (fp32 fails too here)
 ])
 def test_a_copy_is_served_only_when_it_keeps_the_intents(tiny_bert_classifier, monkeypatch, mode, change, served):
     import numpy as np
@@ -498,8 +498,41 @@ def test_a_copy_is_served_only_when_it_keeps_the_intents(tiny_bert_classifier, m
             weight = 0.05 if change == "sharpen" else 1.0
             return (1 - weight) * probabilities + weight * one_hot
 
-    monkeypatch.setattr(acceleration, "_onnx_copy", lambda *args, **kwargs: ChangedCopy())
+    monkeypatch.setattr(acceleration, "onnx_copy", lambda *args, **kwargs: ChangedCopy())
     assert acceleration.accelerate(tiny_bert_classifier, mode, threads=1)[1] == served
+
+
+def test_an_int8_copy_may_flip_an_unsure_probe_but_a_broken_one_falls_back_to_fp32(tiny_bert_classifier,
+                                                                                    monkeypatch):
+    import numpy as np
+
+    from intent_pipeline.serving import acceleration
+
+    faithful = acceleration.onnx_copy(tiny_bert_classifier, quantize=False, threads=1)
+
+    class Int8Copy:
+        """Moves every probe's probabilities by `shift` towards its second-best label."""
+
+        def __init__(self, shift: float) -> None:
+            self.shift = shift
+
+        def predict_proba(self, texts):
+            probabilities = tiny_bert_classifier.predict_proba(texts)
+            second = np.argsort(-probabilities, axis=1)[:, 1]
+            moved = probabilities.copy()
+            moved[np.arange(len(texts)), probabilities.argmax(axis=1)] -= self.shift
+            moved[np.arange(len(texts)), second] += self.shift
+            return moved
+
+    # the random tiny head is unsure of everything: a 0.2 shift flips intents yet stays within 0.25
+    near_tie = Int8Copy(0.2)
+    assert (near_tie.predict_proba(["ciao"]).argmax() != tiny_bert_classifier.predict_proba(["ciao"]).argmax())
+    monkeypatch.setattr(acceleration, "onnx_copy", lambda *a, quantize, **k: near_tie if quantize else faithful)
+    assert acceleration.accelerate(tiny_bert_classifier, "onnx-int8", threads=1) == (near_tie, "onnx-int8")
+
+    broken = Int8Copy(0.3)
+    monkeypatch.setattr(acceleration, "onnx_copy", lambda *a, quantize, **k: broken if quantize else faithful)
+    assert acceleration.accelerate(tiny_bert_classifier, "onnx-int8", threads=1) == (faithful, "onnx")
 
 
 def test_other_kinds_are_served_as_loaded(tiny_examples):
