@@ -5,8 +5,9 @@ ONNX Runtime runs the same graph with fused kernels (MiniLM, 1 thread: 12 ms -> 
 within 1e-5); int8 weights (dynamic quantisation) cut it to ~2 ms but move scores and some intents. So the
 evaluation pipeline scores each fine-tuned version's int8 copy on the test split and tags the version
 `serving_acceleration=onnx-int8` only when that copy passes the gates too (else `onnx`); the server's
-default `auto` follows the tag. A copy serves only after matching the original on PROBE_TEXTS: a few
-probes catch a broken export, not a small accuracy loss (that is the evaluation's job).
+default `auto` follows the tag. A copy serves only after answering PROBE_TEXTS like the original: a few
+probes catch a broken export, not a small accuracy loss (that is the evaluation's job). An int8 copy that
+fails them falls back to the fp32 copy, and that one to PyTorch.
 """
 
 from __future__ import annotations
